@@ -1,0 +1,93 @@
+"""Run a profile's grid and summarise it: the `mre-repro reproduce` job."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from mre_repro.engine import DataOptions, train_run
+from mre_repro.profiles import GridRun, Profile, build_grid
+from mre_repro.store import RunResult, RunStore, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+def run_grid(grid: list[GridRun], store: RunStore, data_options: DataOptions) -> list[tuple[GridRun, RunResult]]:
+    """Train every run of `grid` that has not finished yet; return all results in grid order."""
+    results = []
+    show = sys.stderr.isatty()
+    started = time.perf_counter()
+    for run in tqdm(grid, desc="runs", unit="run", disable=not show):
+        logger.info("grid run %s dataset=%s seed=%d run=%s", run.role, run.dataset, run.seed, run.config.run_id)
+        results.append((run, train_run(run.config, store, data_options, progress=show)))
+    logger.info("grid of %d runs done in %.1f s", len(grid), time.perf_counter() - started)
+    return results
+
+
+def summary_entry(run: GridRun, result: RunResult) -> dict[str, Any]:
+    final = result.final
+    return {
+        "role": run.role,
+        "model": run.config.model.kind,
+        "dataset": run.dataset,
+        "seed": run.seed,
+        "reading": run.config.reading.name if run.config.model.kind == "mre" else None,
+        "router_init_scale": run.config.model.resolved_router_init_scale if run.config.model.kind != "dense" else None,
+        "run_id": result.run_id,
+        "test_accuracy": final["test_accuracy"],
+        "best_val_accuracy": final["best_val_accuracy"],
+        "experts_per_sample": final["experts_per_sample"],
+        "epochs": final["epochs"],
+        "train_seconds": final["train_seconds"],
+    }
+
+
+def build_summary(profile: Profile, reading: str, results: list[tuple[GridRun, RunResult]], wall_seconds: float) -> dict[str, Any]:
+    return {
+        "profile": profile.name,
+        "reading": reading,
+        "wall_seconds": wall_seconds,
+        "runs": [summary_entry(run, result) for run, result in results],
+    }
+
+
+def aggregate_by_role(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds of each (data set, role)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for entry in summary["runs"]:
+        groups[(entry["dataset"], entry["role"])].append(entry)
+
+    rows = []
+    for (dataset, role), entries in groups.items():
+        row: dict[str, Any] = {"dataset": dataset, "role": role, "model": entries[0]["model"], "n": len(entries)}
+        for metric in ("test_accuracy", "best_val_accuracy", "experts_per_sample"):
+            values = [entry[metric] for entry in entries if entry[metric] is not None]
+            row[metric] = _mean_sd(values)
+        rows.append(row)
+    return rows
+
+
+def _mean_sd(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def reproduce(
+    profile: Profile, reading: str, device: str | None, out: Path, data_options: DataOptions
+) -> dict[str, Any]:
+    """Train the grid of `profile` under `out`, write `summary.json` and return the summary."""
+    store = RunStore(out)
+    grid = build_grid(profile, reading, device)
+    started = time.perf_counter()
+    results = run_grid(grid, store, data_options)
+    summary = build_summary(profile, reading, results, time.perf_counter() - started)
+    write_json_atomic(out / "summary.json", summary)
+    return summary
