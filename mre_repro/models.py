@@ -34,6 +34,19 @@ class ModelOutput(NamedTuple):
     aux_losses: dict[str, torch.Tensor]  # unweighted auxiliary losses, by name
 
 
+class RayState(NamedTuple):
+    """What the MRE carries from one step to the next, per sample."""
+
+    embedding: torch.Tensor  # (b, d) output of the input block
+    expert_sum: torch.Tensor  # (b, d) running sum of the outputs of fired experts
+    last_outputs: torch.Tensor  # (b, e * d) last output of each expert; read by the "concat" router
+    alive: torch.Tensor  # (b, 1) 1 until the ray chooses "stop"
+
+    def select(self, index: torch.Tensor) -> RayState:
+        """Keep only the samples at `index`, e.g. those that have not exited yet."""
+        return RayState(*(tensor[index] for tensor in self))
+
+
 # Leaf modules ---------------------------------------------------------------
 
 
@@ -147,38 +160,58 @@ class MixtureOfRaytracedExperts(nn.Module):
         self, embedding: torch.Tensor, temperature: float, generator: torch.Generator | None, sample: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Unfold the sequence like a recurrent network. Returns (b, s, c) logits and the (b, s, e) mask."""
-        experts = self.config.experts
-        expert_sum = torch.zeros_like(embedding)
-        last_outputs = embedding.new_zeros(embedding.shape[0], experts * embedding.shape[1])
-        alive = embedding.new_ones(embedding.shape[0], 1)
-        sparse = use_sparse_dispatch(self.config, embedding.shape[0], one_per_sample=self._one_per_step)
+        state = self.initial_state(embedding)
         step_logits, masks = [], []
-
         for step in range(self.config.steps):
-            pool = step if self.reading.expert_pool == "per-step" else 0
-            state = embedding + expert_sum
-
-            router_input = state if self.reading.router_input == "state" else torch.cat([embedding, last_outputs], -1)
-            combine, hard = self._route(self.routers[pool](self.router_norm(router_input)), temperature, generator, sample)
-            if combine.shape[-1] > experts:  # the last outcome is "stop"
-                combine, stop = combine[:, :experts] * alive, combine[:, experts:]
-                hard = hard[:, :experts] * alive.detach()
-                alive = alive * (1.0 - stop)
-
-            expert_input = self.expert_norm(state)
-            if self.reading.router_input == "concat":
-                outputs = self.experts.forward_all(expert_input, pool)  # (b, e, d)
-                expert_sum = expert_sum + torch.einsum("be,bed->bd", combine, outputs)
-                fired = hard.unsqueeze(-1)
-                last_outputs = (fired * outputs + (1 - fired) * last_outputs.view_as(outputs)).flatten(1)
-            else:
-                expert_sum = expert_sum + self.experts(expert_input, combine, pool, sparse=sparse)
-
-            head_input = expert_sum if self.reading.output_input == "experts" else embedding + expert_sum
-            step_logits.append(self.head(head_input))
+            state, logits, hard = self.step(state, step, temperature=temperature, generator=generator, sample=sample)
+            step_logits.append(logits)
             masks.append(hard)
-
         return torch.stack(step_logits, dim=1), torch.stack(masks, dim=1)
+
+    def initial_state(self, embedding: torch.Tensor) -> RayState:
+        batch, width = embedding.shape
+        return RayState(
+            embedding=embedding,
+            expert_sum=torch.zeros_like(embedding),
+            last_outputs=embedding.new_zeros(batch, self.config.experts * width),
+            alive=embedding.new_ones(batch, 1),
+        )
+
+    def step(
+        self,
+        state: RayState,
+        step: int,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
+    ) -> tuple[RayState, torch.Tensor, torch.Tensor]:
+        """Advance every ray by one step. Returns the new state, (b, c) logits and the (b, e) hard mask."""
+        experts = self.config.experts
+        pool = step if self.reading.expert_pool == "per-step" else 0
+        embedding, expert_sum, alive = state.embedding, state.expert_sum, state.alive
+        residual = embedding + expert_sum
+
+        router_input = residual if self.reading.router_input == "state" else torch.cat([embedding, state.last_outputs], -1)
+        combine, hard = self._route(self.routers[pool](self.router_norm(router_input)), temperature, generator, sample)
+        if combine.shape[-1] > experts:  # the last outcome is "stop"
+            combine, stop = combine[:, :experts] * alive, combine[:, experts:]
+            hard = hard[:, :experts] * alive.detach()
+            alive = alive * (1.0 - stop)
+
+        expert_input = self.expert_norm(residual)
+        last_outputs = state.last_outputs
+        if self.reading.router_input == "concat":
+            outputs = self.experts.forward_all(expert_input, pool)  # (b, e, d)
+            expert_sum = expert_sum + torch.einsum("be,bed->bd", combine, outputs)
+            fired = hard.unsqueeze(-1)
+            last_outputs = (fired * outputs + (1 - fired) * last_outputs.view_as(outputs)).flatten(1)
+        else:
+            sparse = use_sparse_dispatch(self.config, residual.shape[0], one_per_sample=self._one_per_step)
+            expert_sum = expert_sum + self.experts(expert_input, combine, pool, sparse=sparse)
+
+        head_input = expert_sum if self.reading.output_input == "experts" else embedding + expert_sum
+        return RayState(embedding, expert_sum, last_outputs, alive), self.head(head_input), hard
 
     @property
     def _one_per_step(self) -> bool:
