@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mre_repro.config import RunConfig
-from mre_repro.data import DataSplits, load_splits, write_synthetic_dataset
+from mre_repro.data import SYNTHETIC_MANIFEST, DataSplits, load_splits, write_synthetic_dataset
 from mre_repro.models import ModelOutput, build_model, count_parameters
 from mre_repro.store import RunResult, RunStore, code_version, device_description, library_versions, utc_now
 
@@ -32,6 +32,8 @@ EVAL_BATCH_SIZE = 2048
 # Size of the generated data sets behind data.source = "synthetic".
 SYNTHETIC_TRAIN_SAMPLES = 2000
 SYNTHETIC_TEST_SAMPLES = 500
+# Folder, in torchvision's layout, where each synthetic data set keeps its manifest.
+SYNTHETIC_FOLDERS = {"mnist": "MNIST/raw", "fashion-mnist": "FashionMNIST/raw", "cifar10": "cifar-10-batches-py"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -127,9 +129,8 @@ def load_data(config: RunConfig, options: DataOptions, device: str) -> DataSplit
     root = options.data_root
     if data.source == "synthetic":
         root = options.synthetic_root or Path("paper/build/synthetic-data")
-        if not (root / "mre-repro-synthetic.json").exists():
-            for dataset in ("mnist", "fashion-mnist", "cifar10"):
-                write_synthetic_dataset(dataset, root, n_train=SYNTHETIC_TRAIN_SAMPLES, n_test=SYNTHETIC_TEST_SAMPLES, seed=0)
+        if not (root / SYNTHETIC_FOLDERS[data.dataset] / SYNTHETIC_MANIFEST).exists():
+            write_synthetic_dataset(data.dataset, root, n_train=SYNTHETIC_TRAIN_SAMPLES, n_test=SYNTHETIC_TEST_SAMPLES, seed=0)
     return _load_splits_cached(
         data.dataset, str(root) if root else None, options.download, data.val_fraction, data.split_seed, device, data.train_limit, data.test_limit
     )
