@@ -34,8 +34,12 @@ def sample_gumbel(shape: torch.Size | tuple[int, ...], *, generator: torch.Gener
 
 
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    """Return `hard` in the forward pass with the gradient of `soft`."""
-    return hard + soft - soft.detach()
+    """Return `hard` in the forward pass with the gradient of `soft`.
+
+    `soft - soft.detach()` is exactly zero in floating point, so the forward
+    value is exactly `hard`; `hard + soft - soft.detach()` would not be.
+    """
+    return hard + (soft - soft.detach())
 
 
 def categorical_mask(
