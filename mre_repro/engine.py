@@ -239,8 +239,9 @@ def train_epoch(config, model, optimizer, splits, temperature, data_generator, r
 
     train_loss = loss_sum.item() / samples
     if not math.isfinite(train_loss):
+        kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no epoch had finished"
         raise NonFiniteLossError(
-            f"training loss became {train_loss} in epoch {epoch}; the checkpoint of the previous epoch is kept. "
+            f"training loss became {train_loss} in epoch {epoch}; {kept}. "
             f"Lower the learning rate (now train.lr={config.train.lr}, e.g. --set train.lr={config.train.lr / 5:g}) "
             "or raise the Gumbel temperature, then run again"
         )
