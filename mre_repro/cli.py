@@ -78,7 +78,8 @@ def command_train(args: argparse.Namespace) -> int:
         train=TrainConfig(epochs=args.epochs, seed=args.seed, device="cuda" if args.gpu else "cpu"),
     ).with_overrides(args.overrides)
     store = RunStore(args.out)
-    result = train_run(config, store, DataOptions(data_root=args.data_root, download=args.download))
+    options = DataOptions(data_root=args.data_root, download=args.download, synthetic_root=args.out / "synthetic-data")
+    result = train_run(config, store, options)
     print(result.run_id)
     logger.info("wrote %s", store.record_path(result.run_id))
     return 0
