@@ -46,7 +46,7 @@ class DeviceUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class DataOptions:
-    """Where data comes from; not part of the run id, because the data fingerprint is recorded instead."""
+    """Data locations. They are not part of the run id, because the data fingerprint is recorded instead."""
 
     data_root: Path | None = None
     download: bool = False
@@ -204,7 +204,7 @@ def run_epoch(config, model, optimizer, splits: DataSplits, epoch, data_generato
 
 
 def train_epoch(config, model, optimizer, splits, temperature, data_generator, route_generator, progress, epoch) -> dict[str, Any]:
-    """One pass over the training split in a seeded order.
+    """Train one pass over the training split in a seeded order.
 
     Sums stay on the device and are read once at the end, so the loop has no
     host synchronisation per batch.
