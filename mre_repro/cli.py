@@ -86,13 +86,15 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 def command_reproduce(args: argparse.Namespace) -> int:
+    from mre_repro.claims import evaluate_and_write
     from mre_repro.report import write_first_report
     from mre_repro.reproduce import reproduce
 
     profile = get_profile(args.profile)
     get_reading(args.reading)
     options = DataOptions(data_root=args.data_root, download=args.download, synthetic_root=args.out / "synthetic-data")
-    summary = reproduce(profile, args.reading, "cuda" if args.gpu else None, args.out, options)
+    summary, results = reproduce(profile, args.reading, "cuda" if args.gpu else None, args.out, options)
+    evaluate_and_write(results, profile, args.reading, args.out)
     write_first_report(summary, args.out)
     print(args.out / "summary.json")
     return 0

@@ -82,12 +82,12 @@ def _mean_sd(values: list[float]) -> dict[str, float] | None:
 
 def reproduce(
     profile: Profile, reading: str, device: str | None, out: Path, data_options: DataOptions
-) -> dict[str, Any]:
-    """Train the grid of `profile` under `out`, write `summary.json` and return the summary."""
+) -> tuple[dict[str, Any], list[tuple[GridRun, RunResult]]]:
+    """Train the grid of `profile` under `out` and write `summary.json`; return the summary and the results."""
     store = RunStore(out)
     grid = build_grid(profile, reading, device)
     started = time.perf_counter()
     results = run_grid(grid, store, data_options)
     summary = build_summary(profile, reading, results, time.perf_counter() - started)
     write_json_atomic(out / "summary.json", summary)
-    return summary
+    return summary, results

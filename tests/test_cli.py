@@ -82,3 +82,6 @@ def test_console_script_reproduce_smoke(tmp_path):
     assert len({entry["run_id"] for entry in summary["runs"]}) == len(summary["runs"])
     assert (tmp_path / "report.md").read_text().count("| fashion-mnist |") == 6
     assert "epoch=2/2" in completed.stderr
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    assert claims["profile"] == "smoke"
+    assert {record["verdict"] for record in claims["records"]} == {"inconclusive"}
