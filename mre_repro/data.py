@@ -56,6 +56,9 @@ SYNTHETIC_MANIFEST = "mre-repro-synthetic.json"
 _CHUNK_BYTES = 1 << 20
 _FINGERPRINT_VERSION = 1
 _SYNTHETIC_NOISE_STD = 48.0  # pixel levels; class templates are uniform in [0, 255]
+# Share of synthetic images whose template is mixed with another class's, with
+# a weight of 0.3 to 0.55 on the other class: the hard samples of the data set.
+_SYNTHETIC_BLEND_SHARE = 0.2
 _CIFAR10_LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 # Errors that torchvision's readers raise on truncated or altered files. torchvision's IDX
@@ -556,10 +559,18 @@ def load_splits(
 
 
 def _synthetic_images(rng: np.random.Generator, templates: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n`` uint8 images of shape (C, H, W) and uint8 labels, balanced over the classes."""
+    """Draw ``n`` uint8 images of shape (C, H, W) and uint8 labels, balanced over the classes.
+
+    A share of the images blends the class template with another class's, so
+    the data has hard, sometimes ambiguous samples and no model reaches 100%.
+    """
     labels = rng.permutation(np.arange(n) % len(templates)).astype(np.uint8)
+    other = (labels + rng.integers(1, len(templates), size=n)) % len(templates)
+    blend = np.where(rng.random(n) < _SYNTHETIC_BLEND_SHARE, rng.uniform(0.3, 0.55, size=n), 0.0)
+    blend = blend.reshape(n, *([1] * (templates.ndim - 1)))
+    clean = (1.0 - blend) * templates[labels] + blend * templates[other]
     noise = rng.normal(0.0, _SYNTHETIC_NOISE_STD, size=(n, *templates.shape[1:]))
-    images = np.clip(np.rint(templates[labels] + noise), 0, 255).astype(np.uint8)
+    images = np.clip(np.rint(clean + noise), 0, 255).astype(np.uint8)
     return images, labels
 
 
@@ -607,8 +618,9 @@ def _write_cifar_files(folder: Path, train: tuple[np.ndarray, np.ndarray], test:
 def write_synthetic_dataset(dataset: str, root: str | Path, *, n_train: int, n_test: int, seed: int) -> Path:
     """Write a small learnable data set in the real on-disk format of ``dataset`` and return ``root``.
 
-    Each class has a fixed random uint8 template, and each image is its class template plus
-    Gaussian noise (std 48 pixel levels), rounded and clipped to [0, 255]. Labels are balanced
+    Each class has a fixed random uint8 template, and each image is its class template (for a
+    fifth of the images blended with another class's) plus Gaussian noise (std 48 pixel
+    levels), rounded and clipped to [0, 255]. Labels are balanced
     over the 10 classes and shuffled. The layout is torchvision's: uncompressed IDX files in
     ``root/MNIST/raw`` or ``root/FashionMNIST/raw``, CIFAR-10 pickles in
     ``root/cifar-10-batches-py``. The manifest ``mre-repro-synthetic.json`` beside them
