@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mre_repro.artifact import add_report_arguments, command_badges, command_report
 from mre_repro.config import DATASET_NAMES, MODEL_KINDS, ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from mre_repro.data import DataCorruptError, DataNotFoundError
 from mre_repro.engine import DataOptions, DeviceUnavailableError, NonFiniteLossError, train_run
@@ -62,11 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(train)
     train.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
 
-    reproduce = commands.add_parser("reproduce", help="train a profile's grid, then write summary.json and report.md")
+    reproduce = commands.add_parser("reproduce", help="train a profile's grid, evaluate the claims, write the report, figures and badges")
     reproduce.add_argument("--profile", choices=list(PROFILES), default="cpu", help="smoke: seconds; cpu: real Fashion-MNIST, about 15 minutes on 2 cores; paper: GPU hours")
     reproduce.add_argument("--reading", default=DEFAULT_READING, help="reading of the MRE method for the MRE runs")
     add_data_arguments(reproduce)
     reproduce.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
+
+    add_report_arguments(commands)
     return parser
 
 
@@ -86,8 +89,8 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 def command_reproduce(args: argparse.Namespace) -> int:
+    from mre_repro.artifact import write_artifact
     from mre_repro.claims import evaluate_and_write
-    from mre_repro.report import write_first_report
     from mre_repro.reproduce import reproduce
 
     profile = get_profile(args.profile)
@@ -95,12 +98,12 @@ def command_reproduce(args: argparse.Namespace) -> int:
     options = DataOptions(data_root=args.data_root, download=args.download, synthetic_root=args.out / "synthetic-data")
     summary, results = reproduce(profile, args.reading, "cuda" if args.gpu else None, args.out, options)
     evaluate_and_write(results, profile, args.reading, args.out)
-    write_first_report(summary, args.out)
-    print(args.out / "summary.json")
+    write_artifact(args.out)
+    print(args.out / "report.html")
     return 0
 
 
-COMMANDS = {"train": command_train, "reproduce": command_reproduce}
+COMMANDS = {"train": command_train, "reproduce": command_reproduce, "report": command_report, "badges": command_badges}
 
 
 def main(argv: list[str] | None = None) -> int:

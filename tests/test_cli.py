@@ -80,7 +80,12 @@ def test_console_script_reproduce_smoke(tmp_path):
     assert all(entry_keys <= set(entry) for entry in summary["runs"])
     assert {entry["model"] for entry in summary["runs"]} == {"mre", "topk-moe", "threshold-moe", "dense"}
     assert len({entry["run_id"] for entry in summary["runs"]}) == len(summary["runs"])
-    assert (tmp_path / "report.md").read_text().count("| fashion-mnist |") == 6
+    report = (tmp_path / "report.md").read_text()
+    for role, model in [("mre", "mre"), ("mre-init-1", "mre"), ("topk-moe-balanced", "topk-moe"), ("threshold-moe", "threshold-moe"), ("dense", "dense")]:
+        assert f"| fashion-mnist | {role} | {model} | 2 |" in report
+    assert (tmp_path / "report.html").is_file()
+    assert list((tmp_path / "figures").glob("*.png"))
+    assert list((tmp_path / "badges").glob("*.svg"))
     assert "epoch=2/2" in completed.stderr
     claims = json.loads((tmp_path / "claims.json").read_text())
     assert claims["profile"] == "smoke"
