@@ -28,7 +28,7 @@ from mre_repro.config import ConfigError
 from mre_repro.engine import DataOptions, NonFiniteLossError
 from mre_repro.profiles import PROFILES, Profile, build_grid, get_profile
 from mre_repro.readings import DEFAULT_READING, get_reading
-from mre_repro.reproduce import build_summary, run_grid
+from mre_repro.reproduce import build_summary, results_file, run_grid
 from mre_repro.store import RunStore, write_json_atomic
 
 RECORDS_KEY = pytest.StashKey[list[claims.ClaimRecord]]()
@@ -112,7 +112,7 @@ def claim_records(request: pytest.FixtureRequest) -> dict[tuple[str, str, str | 
         pytest.exit(f"pytest claims/: {err}", returncode=1)
 
     summary = build_summary(settings.profile, settings.reading, results, time.perf_counter() - started)
-    write_json_atomic(settings.out / "summary.json", summary)
+    write_json_atomic(results_file(settings.out, "summary", settings.reading), summary)
     records = claims.evaluate_claims(results, settings.profile, settings.reading, claims.load_tolerances())
     claims.write_claims(records, settings.profile, settings.reading, settings.out)
     request.config.stash[RECORDS_KEY] = records
@@ -144,4 +144,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     settings = ClaimSettings.from_config(config)
     terminalreporter.write_sep("=", f"claim verdicts ({settings.profile.name} profile, reading {settings.reading})")
     terminalreporter.write_line(claims.format_verdict_table(records))
-    terminalreporter.write_line(f"written to {settings.out / 'claims.json'}")
+    terminalreporter.write_line(f"written to {results_file(settings.out, 'claims', settings.reading)}")

@@ -57,6 +57,9 @@ class Results:
     summary: dict[str, Any]
     claims: dict[str, Any]
     records: dict[str, dict[str, Any]]  # run id -> run record
+    # Claim records of other readings evaluated in the same folder
+    # (claims-<reading>.json); only the verdict matrix shows them.
+    other_reading_records: tuple[dict[str, Any], ...] = ()
 
     @property
     def profile(self) -> str:
@@ -118,7 +121,16 @@ def load_results(root: str | Path) -> Results:
         record = _read_json(path, fix)
         _require_keys(record, RUN_RECORD_KEYS, path, fix)
         records[entry["run_id"]] = record
-    return Results(root, summary, claims, records)
+    return Results(root, summary, claims, records, _other_reading_records(root, reproduce))
+
+
+def _other_reading_records(root: Path, fix: str) -> tuple[dict[str, Any], ...]:
+    records: list[dict[str, Any]] = []
+    for path in sorted(root.glob("claims-*.json")):
+        other = _read_json(path, fix)
+        _require_keys(other, CLAIMS_KEYS, path, fix)
+        records.extend(other["records"])
+    return tuple(records)
 
 
 def _read_json(path: Path, fix: str) -> Any:
@@ -187,7 +199,7 @@ def write_badges_only(results_dir: str | Path, out_dir: str | Path | None = None
 
 
 def export_bundle(results_dir: str | Path, bundle_dir: str | Path) -> list[Path]:
-    """Copy summary.json, claims.json and the listed run records into `bundle_dir` as compact JSON.
+    """Copy summary.json, claims.json, other readings' claims and the listed run records into `bundle_dir` as compact JSON.
 
     The bundle leaves out checkpoints, synthetic data and run records that
     summary.json does not list, and its JSON has no indentation. Every field
@@ -202,6 +214,8 @@ def export_bundle(results_dir: str | Path, bundle_dir: str | Path) -> list[Path]
         raise ValueError(f"bundle folder {bundle} is the results folder; export to another folder, e.g. paper/results/cpu")
     results = load_results(results_dir)
     written = [_write_compact(bundle / SUMMARY_FILE, results.summary), _write_compact(bundle / CLAIMS_FILE, results.claims)]
+    for other in sorted(Path(results_dir).glob("claims-*.json")):
+        written.append(_write_compact(bundle / other.name, json.loads(other.read_text())))
     for run_id, record in sorted(results.records.items()):
         written.append(_write_compact(bundle / RUNS_DIR / f"{run_id}.json", record))
 

@@ -35,7 +35,7 @@ import scipy.stats
 import mre_repro
 from mre_repro.engine import DataOptions
 from mre_repro.profiles import GridRun, Profile, build_grid
-from mre_repro.reproduce import run_grid
+from mre_repro.reproduce import results_file, run_grid
 from mre_repro.stats import (
     DegenerateInputError,
     EpochsToTarget,
@@ -1017,7 +1017,7 @@ def evaluate_claims(
 
 
 def write_claims(records: Sequence[ClaimRecord], profile: Profile, reading: str, out: Path) -> Path:
-    """Write `out/claims.json` atomically and return its path."""
+    """Write `out/claims.json` (`claims-<reading>.json` for a reading other than the default) atomically."""
     payload = {
         "schema": CLAIMS_SCHEMA,
         "profile": profile.name,
@@ -1027,7 +1027,7 @@ def write_claims(records: Sequence[ClaimRecord], profile: Profile, reading: str,
         "tolerances_file": TOLERANCES_FILE,
         "records": [record.to_dict() for record in records],
     }
-    path = Path(out) / "claims.json"
+    path = results_file(out, "claims", reading)
     write_json_atomic(path, payload)
     return path
 

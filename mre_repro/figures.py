@@ -806,7 +806,7 @@ def verdict_matrix(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 def verdict_figure(results: Results, bootstrap: Bootstrap) -> BuiltFigure:
     title = "Verdicts"
-    records = results.claims["records"]
+    records = [*results.claims["records"], *results.other_reading_records]
     if not records:
         return BuiltFigure("verdicts", title, "", omitted="claims.json holds no records")
 

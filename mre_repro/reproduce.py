@@ -14,9 +14,21 @@ from tqdm.auto import tqdm
 
 from mre_repro.engine import DataOptions, train_run
 from mre_repro.profiles import GridRun, Profile, build_grid
+from mre_repro.readings import DEFAULT_READING
 from mre_repro.store import RunResult, RunStore, write_json_atomic
 
 logger = logging.getLogger(__name__)
+
+
+def results_file(out: Path, stem: str, reading: str) -> Path:
+    """Path of `<stem>.json` for the default reading, `<stem>-<reading>.json` for any other.
+
+    Runs are shared in one store, so evaluating another reading in the same
+    folder adds its summary and claims beside the default's instead of
+    replacing them.
+    """
+    name = f"{stem}.json" if reading == DEFAULT_READING else f"{stem}-{reading}.json"
+    return Path(out) / name
 
 
 def run_grid(grid: list[GridRun], store: RunStore, data_options: DataOptions) -> list[tuple[GridRun, RunResult]]:
@@ -83,11 +95,11 @@ def _mean_sd(values: list[float]) -> dict[str, float] | None:
 def reproduce(
     profile: Profile, reading: str, device: str | None, out: Path, data_options: DataOptions
 ) -> tuple[dict[str, Any], list[tuple[GridRun, RunResult]]]:
-    """Train the grid of `profile` under `out` and write `summary.json`; return the summary and the results."""
+    """Train the grid of `profile` under `out` and write its summary; return the summary and the results."""
     store = RunStore(out)
     grid = build_grid(profile, reading, device)
     started = time.perf_counter()
     results = run_grid(grid, store, data_options)
     summary = build_summary(profile, reading, results, time.perf_counter() - started)
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(results_file(out, "summary", reading), summary)
     return summary, results

@@ -412,3 +412,14 @@ def test_claim_specs_mirror_verdicts(tmp_path: Path):
     assert "claim verdicts (cpu profile, reading poisson-window)" in output
     assert (tmp_path / "claims.json").exists()
     assert (tmp_path / "summary.json").exists()
+
+
+def test_other_reading_written_beside_default(tmp_path: Path):
+    profile = grid_profile()
+    results = make_results(profile)
+    default = claims.write_claims(claims.evaluate_claims(results, profile, "poisson-window", claims.load_tolerances()), profile, "poisson-window", tmp_path)
+    other = claims.write_claims(claims.evaluate_claims(results, profile, "layered", claims.load_tolerances()), profile, "layered", tmp_path)
+    assert default == tmp_path / "claims.json"
+    assert other == tmp_path / "claims-layered.json"
+    assert json.loads(default.read_text())["reading"] == "poisson-window"
+    assert {record["reading"] for record in json.loads(other.read_text())["records"]} == {"layered"}

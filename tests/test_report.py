@@ -457,3 +457,19 @@ def test_bundle_regenerates_same_figures(fake_results: Path, report_dir: Path, t
     assert command_report(report_args(bundle, tmp_path / "out")) == 0
     for figure in sorted((report_dir / "figures").iterdir()):
         assert (tmp_path / "out" / "figures" / figure.name).read_bytes() == figure.read_bytes(), figure.name
+
+
+def test_verdict_matrix_includes_other_readings(fake_results: Path, tmp_path: Path) -> None:
+    from mre_repro.artifact import load_results
+    from mre_repro.figures import verdict_matrix
+
+    folder = tmp_path / "results"
+    shutil.copytree(fake_results, folder)
+    claims = json.loads((folder / "claims.json").read_text())
+    other = {**claims, "reading": "layered", "records": [{**record, "reading": "layered"} for record in claims["records"]]}
+    (folder / "claims-layered.json").write_text(json.dumps(other))
+
+    results = load_results(folder)
+    assert len(results.other_reading_records) == len(claims["records"])
+    matrix = verdict_matrix([*results.claims["records"], *results.other_reading_records])
+    assert any("layered" in str(column) for column in matrix.columns)
