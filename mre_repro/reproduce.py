@@ -7,6 +7,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,27 @@ def summary_entry(run: GridRun, result: RunResult) -> dict[str, Any]:
 
 
 def build_summary(profile: Profile, reading: str, results: list[tuple[GridRun, RunResult]], wall_seconds: float) -> dict[str, Any]:
+    """Summarise a grid. `wall_seconds` is this invocation's; `training_span_seconds` spans the runs' own timestamps."""
     return {
         "profile": profile.name,
         "reading": reading,
         "wall_seconds": wall_seconds,
+        "training_span_seconds": training_span_seconds([result for _, result in results]),
         "runs": [summary_entry(run, result) for run, result in results],
     }
+
+
+def training_span_seconds(results: list[RunResult]) -> float | None:
+    """Seconds from the first run's start to the last run's end.
+
+    This is the grid's training wall time when it was trained in one go, even
+    if the summary is rebuilt later from finished runs. None without runs.
+    """
+    if not results:
+        return None
+    started = min(datetime.fromisoformat(result.provenance["started_at"]) for result in results)
+    finished = max(datetime.fromisoformat(result.provenance["finished_at"]) for result in results)
+    return (finished - started).total_seconds()
 
 
 def aggregate_by_role(summary: dict[str, Any]) -> list[dict[str, Any]]:
