@@ -103,12 +103,21 @@ class ExpertBank(nn.Module):
 def use_sparse_dispatch(config: ModelConfig, batch: int, *, one_per_sample: bool) -> bool:
     """Pick the expert execution path for a forward pass.
 
-    An explicit `config.expert_execution` wins. For "auto", sparse dispatch
-    is chosen only where it measured faster: many experts of which each
-    sample fires one, so dense-masked execution would waste e - 1 of every e
-    expert evaluations.
+    An explicit `config.expert_execution` wins. "auto" never changes what is
+    computed. Sparse dispatch gives the combine weight of every unfired expert
+    a zero gradient, which changes the straight-through router gradient of an
+    MRE, so an MRE keeps dense-masked execution while gradients are on. The
+    top-k and threshold gates mask that gradient anyway. Otherwise "auto" picks
+    sparse dispatch once the dense-masked work (batch x experts x width x
+    expert_hidden multiply-adds per matmul) outweighs the fixed cost of
+    grouping: from 2**21 when each sample fires at most one expert, and from
+    2**24 when it may fire several (CPU measurements in benchmarks/README.md).
+    NOTE: measured on CPUs only. On a GPU sparse dispatch reads its largest
+    group size on the host, one device synchronisation per call.
     """
     if config.expert_execution != "auto":
         return config.expert_execution == "sparse-dispatch"
-    # NOTE: provisional rule until the benchmarks in benchmarks/ settle it.
-    return one_per_sample and config.experts >= 32 and batch >= 512
+    if config.kind == "mre" and torch.is_grad_enabled():
+        return False
+    dense_work = batch * config.experts * config.width * config.expert_hidden
+    return dense_work >= (2**21 if one_per_sample else 2**24)
