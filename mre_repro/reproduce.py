@@ -77,13 +77,15 @@ def training_span_seconds(results: list[RunResult]) -> float | None:
     """Seconds from the first run's start to the last run's end.
 
     This is the grid's training wall time when it was trained in one go, even
-    if the summary is rebuilt later from finished runs. None without runs.
+    if the summary is rebuilt later from finished runs. None without runs or
+    when a run lacks its timestamps.
     """
-    if not results:
+    started = [result.provenance.get("started_at") for result in results]
+    finished = [result.provenance.get("finished_at") for result in results]
+    if not results or None in started or None in finished:
         return None
-    started = min(datetime.fromisoformat(result.provenance["started_at"]) for result in results)
-    finished = max(datetime.fromisoformat(result.provenance["finished_at"]) for result in results)
-    return (finished - started).total_seconds()
+    span = max(map(datetime.fromisoformat, finished)) - min(map(datetime.fromisoformat, started))
+    return span.total_seconds()
 
 
 def aggregate_by_role(summary: dict[str, Any]) -> list[dict[str, Any]]:
