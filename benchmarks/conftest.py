@@ -11,6 +11,8 @@ import os
 import shlex
 from collections.abc import Callable
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -61,8 +63,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Deselect the cases outside the quick scope unless `--bench-scope full` was given."""
     if config.getoption("--bench-scope") == "full":
         return
-    in_scope = [item for item in items if item.get_closest_marker("quick")]
-    deselected = [item for item in items if not item.get_closest_marker("quick")]
+    # This hook sees every collected item, also those outside benchmarks/
+    # when several folders run in one session; only benchmark cases are scoped.
+    benchmarks_dir = Path(__file__).resolve().parent
+    deselected = [item for item in items if benchmarks_dir in item.path.parents and not item.get_closest_marker("quick")]
+    in_scope = [item for item in items if item not in deselected]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = in_scope

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mre_repro.config import ModelConfig, Reading, RunConfig
-from mre_repro.engine import step_loss
+from mre_repro.engine import train_step
 from mre_repro.models import build_model
 from mre_repro.readings import DEFAULT_READING, READINGS
 
@@ -142,7 +142,7 @@ def random_batch(batch_size: int, device: str, seed: int = 0) -> tuple[torch.Ten
 def make_train_step(
     model: nn.Module, case: ModelCase, images: torch.Tensor, targets: torch.Tensor, compiled: nn.Module | None = None
 ) -> Callable[[], None]:
-    """Return one training step as `engine.train_epoch` runs it: forward, loss, backward, Adam step.
+    """Return one training step as `engine.train_epoch` runs it (`engine.train_step`): forward, loss, backward, Adam step.
 
     `compiled` (a `torch.compile` wrapper of `model`) runs the forward pass
     when given. The step reads nothing back to the host.
@@ -154,17 +154,14 @@ def make_train_step(
     step_loss_mode = case.reading_config().step_loss
     aux_weights = {"load_balance": model.config.balance_loss_weight}
 
-    def train_step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            output = forward(images, temperature=1.0, generator=route_generator)
-            loss = step_loss(output.step_logits, targets, step_loss_mode)
-            total = loss + sum(aux_weights.get(name, 0.0) * value for name, value in output.aux_losses.items())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+    def run_step() -> None:
+        train_step(
+            forward, optimizer, images, targets,
+            temperature=1.0, generator=route_generator, step_loss_mode=step_loss_mode, aux_weights=aux_weights,
+        )
 
     model.train()
-    return train_step
+    return run_step
 
 
 def make_inference(model: nn.Module, images: torch.Tensor) -> Callable[[], None]:

@@ -222,14 +222,10 @@ def train_epoch(config, model, optimizer, splits, temperature, data_generator, r
 
     for start in tqdm(batches, desc=f"epoch {epoch}/{config.train.epochs}", leave=False, disable=not show, unit="batch"):
         index = order[start : start + config.train.batch_size]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            output: ModelOutput = model(splits.train_x[index], temperature=temperature, generator=route_generator)
-            loss = step_loss(output.step_logits, splits.train_y[index], config.reading.step_loss)
-            total = loss + sum(aux_weights.get(name, 0.0) * value for name, value in output.aux_losses.items())
-
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+        output, loss = train_step(
+            model, optimizer, splits.train_x[index], splits.train_y[index],
+            temperature=temperature, generator=route_generator, step_loss_mode=config.reading.step_loss, aux_weights=aux_weights,
+        )
 
         loss_sum += loss.detach() * index.numel()
         for name, value in output.aux_losses.items():
@@ -252,6 +248,27 @@ def train_epoch(config, model, optimizer, splits, temperature, data_generator, r
         "usage_train": usage,
         "experts_per_sample_train": None if load_sum is None else load_sum.sum().item() / samples,
     }
+
+
+def train_step(
+    model, optimizer, images: torch.Tensor, targets: torch.Tensor, *, temperature: float,
+    generator: torch.Generator, step_loss_mode: str, aux_weights: dict[str, float],
+) -> tuple[ModelOutput, torch.Tensor]:
+    """Run one optimisation step: forward, loss, backward, optimiser step.
+
+    Returns the model output and the unweighted step loss, both still on the
+    device: nothing is read back to the host.
+    """
+    device = images.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        output: ModelOutput = model(images, temperature=temperature, generator=generator)
+        loss = step_loss(output.step_logits, targets, step_loss_mode)
+        total = loss + sum(aux_weights.get(name, 0.0) * value for name, value in output.aux_losses.items())
+
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return output, loss
 
 
 def synchronise(device: torch.device) -> None:
