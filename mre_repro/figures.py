@@ -791,13 +791,13 @@ def step_accuracy_figure(results: Results, bootstrap: Bootstrap) -> BuiltFigure:
 
 
 def verdict_matrix(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Verdicts with rows "claim [comparison]" and columns data set ("data set / reading" when several readings appear)."""
+    """Verdicts with rows "claim [comparison]" and columns data set (data set and reading on two lines when several readings appear)."""
     several_readings = len({record.get("reading") for record in records}) > 1
     cells: dict[str, dict[str, str]] = {}
     columns: list[str] = []
     for record in records:
         row = record["claim"] if not record["comparison"] else f"{record['claim']} {record['comparison']}"
-        column = f"{record['dataset']} / {record.get('reading')}" if several_readings else str(record["dataset"])
+        column = f"{record['dataset']}\n{record.get('reading')}" if several_readings else str(record["dataset"])
         cells.setdefault(row, {})[column] = record["verdict"]
         columns += [column] if column not in columns else []
     matrix = pd.DataFrame.from_dict(cells, orient="index").reindex(columns=columns)
