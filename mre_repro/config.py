@@ -216,6 +216,13 @@ class RunConfig:
         if any(getattr(self.model, name) != value for name, value in unused.items()):
             object.__setattr__(self, "model", dataclasses.replace(self.model, **unused))
 
+        # The MRE's router init scale is stored resolved, so the record shows
+        # the scale used and "unset" and sqrt(N_e + 1) are one run id. The
+        # baselines keep None: it means no scaling there.
+        if self.model.kind == "mre" and self.model.router_init_scale is None:
+            resolved = dataclasses.replace(self.model, router_init_scale=self.model.resolved_router_init_scale)
+            object.__setattr__(self, "model", resolved)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -44,8 +44,8 @@ def test_overrides_coerce_types():
 
 
 def test_override_none_clears_optional():
-    config = RunConfig(model=ModelConfig(router_init_scale=2.0)).with_overrides(["model.router_init_scale=none"])
-    assert config.model.router_init_scale is None
+    config = RunConfig(data=DataConfig(train_limit=100)).with_overrides(["data.train_limit=none"])
+    assert config.data.train_limit is None
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,11 @@ def test_grid_roles_and_sharing_across_readings():
 def test_paper_profile_sweeps_init_scales():
     roles = {run.role for run in build_grid(PROFILES["paper"])}
     assert {"mre-init-0.5", "mre-init-1", "mre-init-2", "mre-init-5"} <= roles
+
+
+def test_mre_router_scale_stored_resolved():
+    implicit = RunConfig()
+    explicit = RunConfig(model=ModelConfig(router_init_scale=3.0))
+    assert implicit.model.router_init_scale == 3.0
+    assert implicit.run_id == explicit.run_id
+    assert RunConfig(model=ModelConfig(kind="topk-moe")).model.router_init_scale is None
