@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
 
     reproduce = commands.add_parser("reproduce", help="train a profile's grid, evaluate the claims, write the report, figures and badges")
-    reproduce.add_argument("--profile", choices=list(PROFILES), default="cpu", help="smoke: seconds; cpu: real Fashion-MNIST, about 15 minutes on 2 cores; paper: GPU hours")
+    reproduce.add_argument("--profile", choices=list(PROFILES), default="cpu", help="smoke: seconds; cpu: real Fashion-MNIST, 5 seeds, about 20 to 30 minutes on 2 cores; paper: GPU hours")
     reproduce.add_argument("--reading", default=DEFAULT_READING, help="reading of the MRE method for the MRE runs")
     add_data_arguments(reproduce)
     reproduce.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
