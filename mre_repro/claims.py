@@ -569,11 +569,27 @@ def _epochs_record(
         "mre_val_accuracy": [_val_curve(result) for result in mre],
         "baseline_val_accuracy": [_val_curve(result) for result in base],
     }
-    outcome = ctx.decide([(threshold, interval)], len(seeds), notes=notes)
+    outcome = _guard_censoring(ctx.decide([(threshold, interval)], len(seeds), notes=notes), never["mre"], never[baseline])
     return ctx.record(
         claim, _comparison(baseline), outcome, estimate=estimate, interval=interval, n=len(seeds),
         thresholds=[threshold], run_ids=_run_ids(mre, base), details=details,
     )
+
+
+def _guard_censoring(outcome: tuple[str, str], mre_censored: int, baseline_censored: int) -> tuple[str, str]:
+    """Turn a verdict that censoring at the cap could have produced into "inconclusive".
+
+    A run counted at the cap needed at least that many epochs, so its count
+    is a lower bound. Censored baseline runs bias the reduction down, so
+    "not reproduced" needs every baseline run uncensored; censored MRE runs
+    bias it up, so "reproduced" needs every MRE run uncensored.
+    """
+    verdict, reason = outcome
+    if verdict == NOT_REPRODUCED and baseline_censored:
+        return INCONCLUSIVE, f"{reason}; but {baseline_censored} baseline run(s) counted at the cap make the reduction a lower bound"
+    if verdict == REPRODUCED and mre_censored:
+        return INCONCLUSIVE, f"{reason}; but {mre_censored} MRE run(s) counted at the cap make the reduction an upper bound"
+    return outcome
 
 
 # Claim 2: comparable or higher accuracy ---------------------------------------
