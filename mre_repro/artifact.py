@@ -198,8 +198,15 @@ def write_badges_only(results_dir: str | Path, out_dir: str | Path | None = None
 # Regeneration bundle ----------------------------------------------------------
 
 
+def _other_reading_runs(results_dir: Path, claims_path: Path) -> dict[str, dict[str, Any]]:
+    """Run records behind another reading's claims, so its verdicts can be traced in the bundle."""
+    run_ids = {run_id for record in json.loads(claims_path.read_text())["records"] for run_id in record["run_ids"]}
+    fix = f"evaluate that reading again with `mre-repro reproduce --reading ... --out {results_dir}`"
+    return {run_id: _read_json(results_dir / RUNS_DIR / f"{run_id}.json", fix) for run_id in sorted(run_ids)}
+
+
 def export_bundle(results_dir: str | Path, bundle_dir: str | Path) -> list[Path]:
-    """Copy summary.json, claims.json, other readings' claims and the listed run records into `bundle_dir` as compact JSON.
+    """Copy summary.json, claims.json, other readings' claims and every run they cite into `bundle_dir` as compact JSON.
 
     The bundle leaves out checkpoints, synthetic data and run records that
     summary.json does not list, and its JSON has no indentation. Every field
@@ -214,9 +221,11 @@ def export_bundle(results_dir: str | Path, bundle_dir: str | Path) -> list[Path]
         raise ValueError(f"bundle folder {bundle} is the results folder; export to another folder, e.g. paper/results/cpu")
     results = load_results(results_dir)
     written = [_write_compact(bundle / SUMMARY_FILE, results.summary), _write_compact(bundle / CLAIMS_FILE, results.claims)]
+    records = dict(results.records)
     for other in sorted(Path(results_dir).glob("claims-*.json")):
         written.append(_write_compact(bundle / other.name, json.loads(other.read_text())))
-    for run_id, record in sorted(results.records.items()):
+        records |= _other_reading_runs(Path(results_dir), other)
+    for run_id, record in sorted(records.items()):
         written.append(_write_compact(bundle / RUNS_DIR / f"{run_id}.json", record))
 
     kept = set(written)

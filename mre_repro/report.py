@@ -249,14 +249,18 @@ def _environments(results: Any) -> list[dict[str, Any]]:
     return [{**dict(zip(keys, combination)), "runs": runs} for combination, runs in sorted(counts.items())]
 
 
-def _commands(results: Any, results_argument: Path) -> dict[str, str]:
+def _commands(results: Any, results_argument: Path) -> dict[str, Any]:
     from mre_repro.profiles import PROFILES
 
     profile = PROFILES.get(results.profile)
     gpu = " --gpu" if profile is not None and profile.device == "cuda" else ""
     folder = results_argument.as_posix()
+    other_readings = sorted({record["reading"] for record in results.other_reading_records})
     return {
         "reproduce": f"mre-repro reproduce --profile {results.profile} --reading {results.claims['reading']}{gpu} --out {folder}",
+        "other_readings": [
+            f"mre-repro reproduce --profile {results.profile} --reading {reading}{gpu} --out {folder}" for reading in other_readings
+        ],
         "report": f"mre-repro report --results {folder}",
         "badges": f"mre-repro badges --results {folder}",
     }

@@ -473,3 +473,20 @@ def test_verdict_matrix_includes_other_readings(fake_results: Path, tmp_path: Pa
     assert len(results.other_reading_records) == len(claims["records"])
     matrix = verdict_matrix([*results.claims["records"], *results.other_reading_records])
     assert any("layered" in str(column) for column in matrix.columns)
+
+
+def test_bundle_keeps_runs_of_other_readings(fake_results: Path, tmp_path: Path) -> None:
+    from mre_repro.artifact import export_bundle
+
+    folder = tmp_path / "results"
+    shutil.copytree(fake_results, folder)
+    extra = json.loads(next((folder / "runs").glob("*.json")).read_text())
+    extra["run_id"] = "0123456789ab"
+    (folder / "runs" / "0123456789ab.json").write_text(json.dumps(extra))
+    claims = json.loads((folder / "claims.json").read_text())
+    records = [{**record, "reading": "layered", "run_ids": ["0123456789ab"]} for record in claims["records"]]
+    (folder / "claims-layered.json").write_text(json.dumps({**claims, "reading": "layered", "records": records}))
+
+    export_bundle(folder, tmp_path / "bundle")
+    assert (tmp_path / "bundle" / "claims-layered.json").is_file()
+    assert (tmp_path / "bundle" / "runs" / "0123456789ab.json").is_file()
