@@ -289,7 +289,20 @@ def _coerce(text: str, field_type: Any, assignment: str) -> Any:
             return _coerce_scalar(text, option)
         except ValueError:
             continue
-    raise ConfigError(f"invalid --set {assignment!r}: {text!r} is not a valid {field_type}")
+    raise ConfigError(f"invalid --set {assignment!r}: {text!r} is not {_describe_type(field_type)}")
+
+
+def _describe_type(field_type: Any) -> str:
+    """Name a field type for an error message, e.g. "one of 'a', 'b'" or "an integer"."""
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "none"}
+    options = typing.get_args(field_type) if _is_union(field_type) else (field_type,)
+    described = []
+    for option in options:
+        if typing.get_origin(option) is Literal:
+            described.append("one of " + ", ".join(map(repr, typing.get_args(option))))
+        else:
+            described.append(names.get(option, str(option)))
+    return " or ".join(described)
 
 
 def _coerce_scalar(text: str, option: Any) -> Any:

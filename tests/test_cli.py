@@ -90,3 +90,27 @@ def test_console_script_reproduce_smoke(tmp_path):
     claims = json.loads((tmp_path / "claims.json").read_text())
     assert claims["profile"] == "smoke"
     assert {record["verdict"] for record in claims["records"]} == {"inconclusive"}
+
+
+def test_help_lists_settings_and_readings():
+    completed = subprocess.run([sys.executable, "-m", "mre_repro.cli", "train", "--help"], capture_output=True, text=True, check=True)
+    assert "model: kind [mre], width [64]" in completed.stdout
+    assert "layered: activation=categorical, allow_stop=False, expert_pool=per-step" in completed.stdout
+
+
+def test_sigterm_reports_resume(tmp_path):
+    """SIGTERM, as schedulers send it, ends like Ctrl-C: a resume hint and exit status 130."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mre_repro.cli", "train", "--epochs", "50", *TINY, "--out", str(tmp_path)],
+        stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "checkpoints").glob("*.pt")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "run the same command again to resume" in stderr

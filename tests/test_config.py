@@ -55,8 +55,8 @@ def test_override_none_clears_optional():
         ("width=3", "SECTION.KEY=VALUE"),
         ("optimiser.lr=1", "unknown section 'optimiser'"),
         ("model.depth=3", "unknown key 'depth'"),
-        ("model.width=wide", "'wide' is not a valid"),
-        ("reading.activation=softmax", "'softmax' is not a valid"),
+        ("model.width=wide", "'wide' is not an integer"),
+        ("reading.activation=softmax", "'softmax' is not one of 'categorical', 'poisson-window'"),
     ],
 )
 def test_invalid_overrides_rejected(assignment, fragment):
