@@ -77,6 +77,7 @@ def train_run(
 
     history: list[dict[str, Any]] = []
     started_at = utc_now()
+    resumed_after: list[int] = []  # epochs after which an interrupted run was resumed
     checkpoint = store.load_checkpoint(run_id)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -84,6 +85,7 @@ def train_run(
         data_generator.set_state(checkpoint["data_generator"])
         route_generator.set_state(checkpoint["route_generator"])
         history, started_at = checkpoint["history"], checkpoint["started_at"]
+        resumed_after = [*checkpoint.get("resumed_after", []), len(history)]
         logger.info("run=%s resumed from the checkpoint after epoch %d", run_id, len(history))
 
     for epoch in range(len(history) + 1, config.train.epochs + 1):
@@ -99,10 +101,11 @@ def train_run(
                 "route_generator": route_generator.get_state(),
                 "history": history,
                 "started_at": started_at,
+                "resumed_after": resumed_after,
             },
         )
 
-    result = finish_run(config, model, splits, history, device, started_at)
+    result = finish_run(config, model, splits, history, device, started_at, resumed_after)
     store.save(result)
     store.remove_checkpoint(run_id)
     return result
@@ -342,7 +345,7 @@ def evaluate(model, images: torch.Tensor, targets: torch.Tensor, exit_threshold:
 # Finishing --------------------------------------------------------------------------
 
 
-def finish_run(config: RunConfig, model, splits: DataSplits, history, device, started_at: str) -> RunResult:
+def finish_run(config: RunConfig, model, splits: DataSplits, history, device, started_at: str, resumed_after: list[int]) -> RunResult:
     """Evaluate the final model per test sample and assemble the run record."""
     test = evaluate(model, splits.test_x, splits.test_y, config.train.exit_threshold)
     best = max(history, key=lambda entry: entry["val_accuracy"])
@@ -376,6 +379,7 @@ def finish_run(config: RunConfig, model, splits: DataSplits, history, device, st
         "command": " ".join(sys.argv),
         "started_at": started_at,
         "finished_at": utc_now(),
+        "resumed_after_epochs": resumed_after,
     }
     return RunResult(config.run_id, config.to_dict(), provenance, history, final, per_sample)
 

@@ -86,6 +86,8 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, options, monk
     assert without_timings(resumed.history) == without_timings(uninterrupted.history)
     assert resumed.per_sample == uninterrupted.per_sample
     assert resumed.final["test_accuracy"] == uninterrupted.final["test_accuracy"]
+    assert resumed.provenance["resumed_after_epochs"] == [2]
+    assert uninterrupted.provenance["resumed_after_epochs"] == []
 
 
 def test_finished_run_is_reused_not_retrained(tmp_path, options, monkeypatch):
