@@ -1,5 +1,8 @@
 """The paper artifact, rebuilt from a results folder without training: `mre-repro report` and `mre-repro badges`.
 
+"The paper" in this module is Perin, Lagomarsini, Gallicchio and Nuti,
+*Mixture of Raytraced Experts*, arXiv 2507.12419 (2025).
+
 A results folder contains what `mre-repro reproduce` wrote:
 
     summary.json        one entry per run of the grid (role, data set, seed, run id)

@@ -1,5 +1,8 @@
 """The paper's claims as verdicts with intervals over seeds: `claims.json`.
 
+"The paper" in this module is Perin, Lagomarsini, Gallicchio and Nuti,
+*Mixture of Raytraced Experts*, arXiv 2507.12419 (2025).
+
 `evaluate_claims` reads the finished runs of a profile's grid and returns one
 `ClaimRecord` per claim, data set and comparison. Each record holds the
 estimate, its bootstrap confidence interval over seeds, the pre-registered

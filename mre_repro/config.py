@@ -1,5 +1,8 @@
 """Typed run configuration: one frozen dataclass tree, validated on creation.
 
+"The paper" in this module is Perin, Lagomarsini, Gallicchio and Nuti,
+*Mixture of Raytraced Experts*, arXiv 2507.12419 (2025).
+
 A run is fully described by a `RunConfig`. Its canonical JSON form is written
 whole into every run record and hashed into the run id, so two runs with the
 same resolved configuration are the same run.
