@@ -63,7 +63,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Deselect the cases outside the quick scope unless `--bench-scope full` was given."""
     if config.getoption("--bench-scope") == "full":
         return
-    # This hook sees every collected item, also those outside benchmarks/
+    # This hook receives every collected item, also those outside benchmarks/
     # when several folders run in one session; only benchmark cases are scoped.
     benchmarks_dir = Path(__file__).resolve().parent
     deselected = [item for item in items if benchmarks_dir in item.path.parents and not item.get_closest_marker("quick")]

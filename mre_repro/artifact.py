@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -261,22 +262,20 @@ def add_report_arguments(subparsers: argparse._SubParsersAction) -> None:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    try:
-        paths = write_artifact(args.results, args.out)
-    except ResultsError as err:
-        print(f"mre-repro report: error: {err}", file=sys.stderr)
-        return 2
-    logger.info("wrote %d files", len(paths))
-    print((args.out or args.results) / "report.html")
-    return 0
+    return _run_results_command("report", lambda: write_artifact(args.results, args.out), (args.out or args.results) / "report.html")
 
 
 def command_badges(args: argparse.Namespace) -> int:
+    return _run_results_command("badges", lambda: write_badges_only(args.results, args.out), (args.out or args.results) / "badges")
+
+
+def _run_results_command(command: str, write: Callable[[], list[Path]], result: Path) -> int:
+    """Run `write`; print `result` on success, or one error line and return exit status 2."""
     try:
-        paths = write_badges_only(args.results, args.out)
+        paths = write()
     except ResultsError as err:
-        print(f"mre-repro badges: error: {err}", file=sys.stderr)
+        print(f"mre-repro {command}: error: {err}", file=sys.stderr)
         return 2
-    logger.info("wrote %d badge files", len(paths))
-    print((args.out or args.results) / "badges")
+    logger.info("wrote %d files", len(paths))
+    print(result)
     return 0

@@ -584,7 +584,7 @@ def _guard_censoring(outcome: tuple[str, str], mre_censored: int, baseline_censo
 
     A run counted at the cap needed at least that many epochs, so its count
     is a lower bound. Censored baseline runs bias the reduction down, so
-    "not reproduced" needs every baseline run uncensored; censored MRE runs
+    "not reproduced" needs every baseline run uncensored. Censored MRE runs
     bias it up, so "reproduced" needs every MRE run uncensored.
     """
     verdict, reason = outcome

@@ -26,7 +26,7 @@ from mre_repro.routing import (
 
 
 class ModelOutput(NamedTuple):
-    """What a forward pass returns; the engine logs it and the claims read it."""
+    """Result of a forward pass, logged by the engine and read by the claims."""
 
     step_logits: torch.Tensor  # (b, s, c): a prediction after every step; (b, 1, c) for baselines
     mask: torch.Tensor | None  # (b, s, e) hard 0/1 activation mask; None for the dense model
@@ -35,7 +35,7 @@ class ModelOutput(NamedTuple):
 
 
 class RayState(NamedTuple):
-    """What the MRE carries from one step to the next, per sample."""
+    """Per-sample state that the MRE carries from one step to the next."""
 
     embedding: torch.Tensor  # (b, d) output of the input block
     expert_sum: torch.Tensor  # (b, d) running sum of the outputs of fired experts

@@ -102,7 +102,7 @@ def get_profile(name: str) -> Profile:
 
 
 def build_grid(profile: Profile, reading_name: str = DEFAULT_READING, device: str | None = None) -> list[GridRun]:
-    """Every run of `profile`, MRE runs under the reading `reading_name`."""
+    """Build every run of `profile`, with the MRE runs under the reading `reading_name`."""
     reading = get_reading(reading_name)
     default_scale = math.sqrt(profile.model.experts + 1)
     roles = [

@@ -30,7 +30,7 @@ READINGS: dict[str, Reading] = {
         # The router reads [input embedding, last output of each expert]: N_e + 1
         # blocks, the reading that would explain the sqrt(N_e + 1) init scale.
         replace(_BASE, name="concat-router", router_input="concat"),
-        # The output layer also sees the input embedding; known to collapse.
+        # The output layer also reads the input embedding. This reading is known to collapse.
         replace(_BASE, name="output-sees-embedding", output_input="experts+embedding"),
         # Several sampled paths per input during training, averaged.
         replace(_BASE, name="multi-ray", activation="categorical", allow_stop=True, rays=4),
